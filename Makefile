@@ -1,0 +1,53 @@
+# The two commands: `make book` builds the HTML book into _build/html,
+# `make test` runs every test. Both create .venv and install what they need.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
+# One torch thread per process: tests run two processes on two cores.
+export OMP_NUM_THREADS ?= 1
+export MKL_NUM_THREADS ?= 1
+export DLCOURSE_THREADS ?= 1
+export PYDEVD_DISABLE_FILE_VALIDATION := 1
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+CHAPTERS := $(wildcard book/[0-9][0-9]_*.md)
+
+.PHONY: book test exercises chapters chapter bench venv clean
+
+book: $(STAMP)
+	rm -rf _build/html
+	$(BIN)/jupyter-book build . --all -W -n --keep-going
+
+test: $(STAMP)
+	$(BIN)/pytest -n 2 --dist loadgroup tests book \
+	    --nbval --nbval-sanitize-with tests/book/sanitize.cfg
+
+exercises: $(STAMP)
+	$(BIN)/python -m dlcourse.exercises
+
+# Execute chapter sources into their paired notebooks (outputs committed).
+chapters: $(STAMP)
+	for nb in $(CHAPTERS); do $(MAKE) --no-print-directory chapter NB=$$nb \
+	    || exit 1; done
+
+chapter: $(STAMP)
+	@test -n "$(NB)" || { echo "usage: make chapter NB=book/NN_slug.md"; exit 2; }
+	cd $(dir $(NB)) && time $(CURDIR)/$(BIN)/jupytext --to ipynb \
+	    --execute \
+	    $(notdir $(NB))
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run.py
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+clean:
+	rm -rf _build .pytest_cache solutions/header.ipynb \
+	    solutions/*/*.ipynb gradebook.db

@@ -1,0 +1,120 @@
+"""The graders prove themselves, for every exercise in solutions/.
+
+For each ``solutions/NN_slug/exMM_name.md``: the reference solution scores
+full marks, the untouched release scores zero, and every bug-zoo entry loses
+points in the cells it names with the hint it names. All submissions of one
+exercise are graded in one nbgrader autograde run.
+"""
+from __future__ import annotations
+
+import filecmp
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dlcourse.exercises import REPO, generate, md_to_notebook
+from dlcourse.grade import Course, fill, solution_cells
+
+SOLUTIONS = REPO / "solutions"
+EXERCISES = sorted(SOLUTIONS.glob("*/ex*.md"))
+IDS = [f"{p.parent.name}/{p.stem}" for p in EXERCISES]
+
+
+def zoo_of(md: Path) -> list[dict]:
+    path = md.with_name(md.stem + ".bugzoo.yml")
+    return yaml.safe_load(path.read_text()) if path.exists() else []
+
+
+ZOO = [(md, e) for md in EXERCISES for e in zoo_of(md)]
+ZOO_IDS = [f"{md.parent.name}/{md.stem}::{e['name']}" for md, e in ZOO]
+
+
+@pytest.fixture(scope="session")
+def graded():
+    """Grade (once, lazily) the reference, blank and zoo of an exercise."""
+    cache: dict[Path, dict] = {}
+
+    def get(md: Path) -> dict:
+        if md not in cache:
+            course = Course(md)
+            try:
+                answers = solution_cells(course.source)
+                subs = {"reference": fill(course.release, answers),
+                        "blank": course.release}
+                for e in zoo_of(md):
+                    subs[e["name"]] = fill(
+                        course.release, {**answers, e["cell"]: e["source"]})
+                cache[md] = course.grade(subs)
+            finally:
+                course.close()
+        return cache[md]
+
+    return get
+
+
+@pytest.mark.parametrize("exercise", EXERCISES, ids=IDS)
+def test_reference_scores_full_marks(graded, exercise):
+    result = graded(exercise)["reference"]
+    assert result.max_score > 0, "no graded test cells"
+    assert result.score == result.max_score, result.report()
+
+
+@pytest.mark.parametrize("exercise", EXERCISES, ids=IDS)
+def test_blank_release_scores_zero(graded, exercise):
+    result = graded(exercise)["blank"]
+    assert result.score == 0, result.report()
+
+
+@pytest.mark.parametrize("exercise,entry", ZOO, ids=ZOO_IDS)
+def test_bug_zoo_entry_loses_points_with_its_hint(graded, exercise, entry):
+    result = graded(exercise)[entry["name"]]
+    assert result.score < result.max_score, (
+        f"bug-zoo entry {entry['name']!r} scored full marks:\n"
+        + result.report())
+    by_id = {c.grade_id: c for c in result.cells}
+    for test_id in entry["fails"]:
+        assert by_id[test_id].score < by_id[test_id].max_score, (
+            f"{test_id} should lose points:\n" + result.report())
+    failed_text = "\n".join(by_id[t].message for t in entry["fails"])
+    for hint in entry["hints"]:
+        assert hint in failed_text, (
+            f"hint {hint!r} missing from the failure of {entry['fails']}:\n"
+            + result.report())
+
+
+@pytest.mark.parametrize("exercise", EXERCISES, ids=IDS)
+def test_bug_zoo_is_well_formed(exercise):
+    entries = zoo_of(exercise)
+    functions = list(solution_cells(md_to_notebook(exercise)))
+    assert functions, "no solution cells"
+    names = [e["name"] for e in entries]
+    assert len(names) == len(set(names)), "bug-zoo names must be unique"
+    for e in entries:
+        assert set(e) == {"name", "cell", "fails", "hints", "source"}, e
+        assert e["cell"] in functions, f"{e['name']}: no cell {e['cell']!r}"
+        assert e["fails"] and e["hints"], f"{e['name']}: fails/hints empty"
+    for fn in functions:
+        count = names and sum(e["cell"] == fn for e in entries)
+        assert count >= 3, f"{fn}: {count} bug-zoo entries, need >= 3"
+
+
+def test_exercises_equal_a_fresh_regeneration(tmp_path):
+    shutil.copytree(SOLUTIONS, tmp_path / "solutions",
+                    ignore=shutil.ignore_patterns("*.ipynb"))
+    shutil.copy(REPO / "nbgrader_config.py", tmp_path)
+    generate(root=tmp_path)
+    fresh, committed = tmp_path / "exercises", REPO / "exercises"
+    fresh_files = sorted(p.relative_to(fresh) for p in fresh.rglob("*")
+                         if p.is_file())
+    committed_files = sorted(p.relative_to(committed)
+                             for p in committed.rglob("*") if p.is_file())
+    assert fresh_files == committed_files, (
+        "exercises/ holds other files than a regeneration: run "
+        "`make exercises`")
+    stale = [str(p) for p in fresh_files
+             if not filecmp.cmp(fresh / p, committed / p, shallow=False)]
+    assert not stale, (
+        f"exercises/ differs from its sources in solutions/: {stale}; "
+        "never edit exercises/ by hand, run `make exercises`")
