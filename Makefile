@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
-# One torch thread per process: tests run two processes on two cores.
+# One torch thread per process: the graders run two kernels side by side.
 export OMP_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 export DLCOURSE_THREADS ?= 1
@@ -21,7 +21,7 @@ book: $(STAMP)
 	$(BIN)/jupyter-book build . --all -W -n --keep-going
 
 test: $(STAMP)
-	$(BIN)/pytest -n 2 --dist loadgroup tests book \
+	$(BIN)/pytest tests book \
 	    --nbval --nbval-sanitize-with tests/book/sanitize.cfg
 
 exercises: $(STAMP)

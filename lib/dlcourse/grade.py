@@ -151,6 +151,35 @@ class Course:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+def grade_parallel(
+    source_md: Path,
+    submissions: dict[str, nbformat.NotebookNode],
+    workers: int = 2,
+) -> dict[str, Result]:
+    """Grade many submissions in ``workers`` courses side by side.
+
+    Each course runs one kernel at a time; with one torch thread per kernel
+    two courses keep two cores busy without oversubscribing them.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    names = list(submissions)
+    chunks = [names[i::workers] for i in range(workers) if names[i::workers]]
+
+    def run(chunk: list[str]) -> dict[str, Result]:
+        course = Course(source_md)
+        try:
+            return course.grade({n: submissions[n] for n in chunk})
+        finally:
+            course.close()
+
+    with ThreadPoolExecutor(len(chunks)) as pool:
+        results = {}
+        for part in pool.map(run, chunks):
+            results.update(part)
+    return results
+
+
 def _failure_text(cell: nbformat.NotebookNode) -> str:
     parts = []
     for out in cell.get("outputs", []):

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from dlcourse.exercises import REPO, generate, md_to_notebook
-from dlcourse.grade import Course, fill, solution_cells
+from dlcourse.grade import Course, fill, grade_parallel, solution_cells
 
 SOLUTIONS = REPO / "solutions"
 EXERCISES = sorted(SOLUTIONS.glob("*/ex*.md"))
@@ -38,17 +38,15 @@ def graded():
 
     def get(md: Path) -> dict:
         if md not in cache:
-            course = Course(md)
-            try:
-                answers = solution_cells(course.source)
-                subs = {"reference": fill(course.release, answers),
-                        "blank": course.release}
-                for e in zoo_of(md):
-                    subs[e["name"]] = fill(
-                        course.release, {**answers, e["cell"]: e["source"]})
-                cache[md] = course.grade(subs)
-            finally:
-                course.close()
+            course = Course(md)  # only to read the source and the release
+            course.close()
+            answers = solution_cells(course.source)
+            subs = {"reference": fill(course.release, answers),
+                    "blank": course.release}
+            for e in zoo_of(md):
+                subs[e["name"]] = fill(
+                    course.release, {**answers, e["cell"]: e["source"]})
+            cache[md] = grade_parallel(md, subs)
         return cache[md]
 
     return get
