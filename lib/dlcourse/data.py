@@ -89,14 +89,14 @@ def load_digits(device: torch.device | str = "cpu",
     std = Xtr.std(axis=0)
     std[std == 0] = 1.0  # border pixels that are always 0 stay 0
 
-    def t(a: np.ndarray, dt: torch.dtype = dtype) -> Tensor:
+    def _t(a: np.ndarray, dt: torch.dtype = dtype) -> Tensor:
         return torch.as_tensor(a, dtype=dt).to(device)
 
     return Split(
-        X_train=t((Xtr - mean) / std), y_train=t(ytr, torch.int64),
-        X_test=t((Xte - mean) / std), y_test=t(yte, torch.int64),
-        images_train=t(Xtr.reshape(-1, 1, 8, 8) / 16.0),  # pixels 0..16
-        images_test=t(Xte.reshape(-1, 1, 8, 8) / 16.0),
+        X_train=_t((Xtr - mean) / std), y_train=_t(ytr, torch.int64),
+        X_test=_t((Xte - mean) / std), y_test=_t(yte, torch.int64),
+        images_train=_t(Xtr.reshape(-1, 1, 8, 8) / 16.0),  # pixels 0..16
+        images_test=_t(Xte.reshape(-1, 1, 8, 8) / 16.0),
     )
 
 

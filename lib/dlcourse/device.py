@@ -50,4 +50,9 @@ def setup(seed: int = 0) -> torch.device:
     """Pin threads, seed everything and return the device: a chapter's top."""
     set_threads()
     seed_everything(seed)
-    return get_device()
+    device = get_device()
+    if device.type == "cuda":
+        # let cuDNN time its algorithms once per shape: fixed-size batches
+        # then run faster (GPU numbers are not bit-reproducible anyway)
+        torch.backends.cudnn.benchmark = True
+    return device

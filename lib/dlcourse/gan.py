@@ -11,7 +11,7 @@ import contextlib
 import functools
 import importlib.util
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +68,8 @@ def _logits(discriminator: nn.Module, x: Tensor) -> Tensor:
 
 def update_discriminator(model: GAN, real: Tensor, fake: Tensor,
                          opt_d: torch.optim.Optimizer,
-                         autocast: Callable = contextlib.nullcontext
+                         autocast: Callable = contextlib.nullcontext,
+                         clip_grad: float | None = None
                          ) -> dict[str, Tensor]:
     """(1) One step on D: push D(real) up and D(fake) down."""
     with autocast():
@@ -81,18 +82,34 @@ def update_discriminator(model: GAN, real: Tensor, fake: Tensor,
             logits_fake, torch.zeros_like(logits_fake)))
     opt_d.zero_grad(set_to_none=True)
     loss_d.backward()
+    if clip_grad is not None:
+        nn.utils.clip_grad_norm_(model.discriminator.parameters(), clip_grad)
     opt_d.step()
     return {"loss_d": loss_d.detach(),
             "d_real": logits_real.detach().sigmoid().mean(),
             "d_fake": logits_fake.detach().sigmoid().mean()}
 
 
+@contextlib.contextmanager
+def _frozen(module: nn.Module) -> Iterator[None]:
+    flags = [p.requires_grad for p in module.parameters()]
+    module.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(module.parameters(), flags):
+            p.requires_grad_(flag)
+
+
 def update_generator(model: GAN, fake: Tensor,
                      opt_g: torch.optim.Optimizer,
                      autocast: Callable = contextlib.nullcontext,
-                     saturating: bool = False) -> dict[str, Tensor]:
+                     saturating: bool = False,
+                     clip_grad: float | None = None) -> dict[str, Tensor]:
     """(2) One step on G through D (D's weights are not updated here)."""
-    with autocast():
+    with autocast(), _frozen(model.discriminator):
+        # frozen: backward computes d loss / d fake through D, but skips
+        # the gradients of D's weights that this step would throw away
         logits = _logits(model.discriminator, fake)
     if saturating:  # minimax: minimise log(1 - D(G(z))); vanishes early
         loss_g = -F.softplus(logits).mean()
@@ -100,7 +117,9 @@ def update_generator(model: GAN, fake: Tensor,
         loss_g = F.binary_cross_entropy_with_logits(
             logits, torch.ones_like(logits))
     opt_g.zero_grad(set_to_none=True)
-    loss_g.backward()  # also fills D's .grad; opt_d clears it next step
+    loss_g.backward()
+    if clip_grad is not None:
+        nn.utils.clip_grad_norm_(model.generator.parameters(), clip_grad)
     opt_g.step()
     return {"loss_g": loss_g.detach()}
 
@@ -116,8 +135,10 @@ def gan_step(model: GAN, batch: tuple[Tensor, ...], *,
     z = model.sample_z(len(real))
     with autocast():
         fake = model.generator(z)  # (B, ...) like real
-    out_d = update_discriminator(model, real, fake, opt_d, autocast)
-    out_g = update_generator(model, fake, opt_g, autocast, saturating)
+    out_d = update_discriminator(model, real, fake, opt_d, autocast,
+                                 clip_grad)
+    out_g = update_generator(model, fake, opt_g, autocast, saturating,
+                             clip_grad)
     return {"loss_d": out_d.pop("loss_d"), **out_g, **out_d}
 
 

@@ -113,7 +113,9 @@ def fit(model: nn.Module, train_data: Any, *,
         amp: bool = True, compile: bool = False) -> History:
     """Train model for num_epochs with step; return the per-epoch History."""
     # 1. Put model and data on the device (CUDA extras never touch a CPU).
-    device = torch.device(device) if device is not None else get_device()
+    if step is None and loss_fn is None:
+        raise TypeError("fit: the default supervised step needs loss_fn")
+    device = _resolve(device)
     _prepare_model(model, device, compile)
     train_data = _place(as_data(train_data), device)
     eval_data = None if eval_data is None else _place(as_data(eval_data),
@@ -121,8 +123,9 @@ def fit(model: nn.Module, train_data: Any, *,
     step = step or supervised_step
     metrics = _resolve_metrics(metrics, train_data)
     autocast = _autocast(device, amp)
-    check_now = device.type == "cpu"  # a sync is free here, so catch NaN
-    callbacks = list(callbacks)      # the very step it happens
+    # On a CPU a host sync is free: check each loss the step it appears.
+    check_now = device.type == "cpu"
+    callbacks = list(callbacks)
     state = FitState(model, optimizer, num_epochs, device, generator)
     for cb in callbacks:
         cb.on_fit_start(state)
@@ -173,7 +176,7 @@ def evaluate(model: nn.Module, data: Any,
              batch_size: int = 1024, device: torch.device | str | None
              = None, amp: bool = True) -> dict[str, float]:
     """Mean loss and metrics of model on (X, y) data, without training."""
-    device = torch.device(device) if device is not None else get_device()
+    device = _resolve(device)
     data = _place(as_data(data), device)
     metrics = _resolve_metrics(metrics, data)
     autocast = _autocast(device, amp)
@@ -192,6 +195,14 @@ def evaluate(model: nn.Module, data: Any,
 
 
 # ----------------------------------------------------------- helpers
+def _resolve(device: torch.device | str | None) -> torch.device:
+    device = torch.device(device) if device is not None else get_device()
+    if device.type == "cuda" and device.index is None:
+        # "cuda" != "cuda:0" for torch.device, but tensors report cuda:0
+        device = torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
 def _autocast(device: torch.device, amp: bool) -> Callable:
     if device.type == "cuda" and amp:
         # bf16 needs no loss scaling (same exponent range as float32).

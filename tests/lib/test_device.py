@@ -76,3 +76,10 @@ def test_setup_seeds_pins_and_picks(monkeypatch, no_env):
     dev.setup(seed=3)
     assert torch.equal(a, torch.rand(4))
     assert torch.get_num_threads() == 1
+
+
+def test_setup_on_cuda_lets_cudnn_pick_algorithms(monkeypatch, no_env):
+    monkeypatch.setenv("DLCOURSE_DEVICE", "cuda")
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    assert dev.setup().type == "cuda"
+    assert torch.backends.cudnn.benchmark

@@ -39,6 +39,9 @@ def test_generator_update_leaves_d_untouched():
     gan.update_generator(model, fake, opt_g)
     assert _same(model.discriminator, d0)
     assert not _same(model.generator, g0)
+    # D is frozen for G's backward: no weight gradients were even computed
+    assert all(p.grad is None for p in model.discriminator.parameters())
+    assert all(p.requires_grad for p in model.discriminator.parameters())
 
 
 def test_discriminator_update_leaves_g_untouched_and_gradless():
@@ -85,6 +88,19 @@ def _manual_losses(model, real, z):
     loss_d = -(torch.log(torch.sigmoid(lr_)).mean()
                + torch.log(1 - torch.sigmoid(lf)).mean())
     return loss_d, lf
+
+
+def test_gan_step_clips_both_networks():
+    model = _toy_gan()
+    opt_d, opt_g = _opts(model, lr=1.0)  # unclipped, steps of ~0.1-1
+    d0, g0 = _snapshot(model.discriminator), _snapshot(model.generator)
+    gan.gan_step(model, (torch.randn(16, 2),), optimizer=(opt_d, opt_g),
+                 clip_grad=1e-3)
+    for module, before in ((model.discriminator, d0), (model.generator,
+                                                        g0)):
+        moved = torch.cat([(p.detach() - b).flatten() for p, b in
+                           zip(module.parameters(), before)])
+        assert moved.norm().item() == pytest.approx(1e-3, rel=0.05)
 
 
 def test_losses_match_their_definitions():

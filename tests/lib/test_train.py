@@ -153,6 +153,13 @@ def test_epoch_end_check_names_the_first_bad_step():
         train._raise_first_nonfinite(meter, epoch=7)
 
 
+def test_default_step_needs_a_loss():
+    model = mlp()
+    with pytest.raises(TypeError, match="loss_fn"):
+        train.fit(model, torch.randn(4, 64), optimizer=_sgd(model),
+                  num_epochs=1, device="cpu")
+
+
 def test_custom_step_plugs_in():
     seen = []
 
