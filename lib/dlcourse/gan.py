@@ -151,8 +151,8 @@ def sample_grid(images: Tensor, nrow: int = 8, padding: int = 1,
     lo, hi = value_range or (images.min().item(), images.max().item())
     images = ((images - lo) / max(hi - lo, 1e-12)).clamp(0, 1)
     n, c, h, w = images.shape
-    ncol = math.ceil(n / nrow)
-    grid = torch.ones(c, ncol * (h + padding) + padding,
+    rows = math.ceil(n / nrow)
+    grid = torch.ones(c, rows * (h + padding) + padding,
                       nrow * (w + padding) + padding)  # white background
     for i in range(n):
         r, col = divmod(i, nrow)
@@ -242,10 +242,11 @@ def digits_metrics(fake: Tensor, real: Tensor | None = None,
         split = load_digits()
         real = torch.cat([split.images_train, split.images_test])
     judge = judge or _trained_judge(0)
-    judge = judge.cpu()
+    device = next(judge.parameters()).device
+    fake, real = fake.to(device), real.to(device)
     probs = judge(fake).softmax(dim=1)  # (N, 10)
     mean_probs = probs.mean(dim=0)  # (10,): class mix of the samples
-    f_real, f_fake = judge.features(real.cpu()), judge.features(fake)
+    f_real, f_fake = judge.features(real), judge.features(fake)
     precision, recall = knn_precision_recall(f_real, f_fake, k=k)
     return {
         "confident": float((probs.max(dim=1).values >= confidence)
