@@ -4,6 +4,11 @@ A *step* trains on one batch and returns a dict of 0-d tensors; it is
 called as ``step(model, batch, loss_fn=..., optimizer=..., clip_grad=...,
 metrics=..., autocast=...)``. `supervised_step` is the default; the GAN
 step in `dlcourse.gan` plugs in the same way.
+
+A NaN or infinite loss raises `NonFiniteLossError` naming the epoch and
+step. On a CPU it is caught at that very step; on a GPU it is caught at
+the end of that epoch (checking every step would stall the GPU with a
+host sync per step), and the error still names the first bad step.
 """
 
 from __future__ import annotations
