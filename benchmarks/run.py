@@ -403,7 +403,7 @@ def main() -> int:
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f}", flush=True)
     if "overhead" in names:
-        bench_overhead(max(args.repeats, 9))
+        bench_overhead(max(2 * args.repeats, 15))
     if "digits_mlp" in names:
         bench_digits_mlp(max(args.repeats, 5))
     if "gan_digits" in names:

@@ -250,11 +250,18 @@ def _place(data: Any, device: torch.device) -> Any:
 def _iterate(data: Any, device: torch.device, batch_size: int,
              shuffle: bool, generator: torch.Generator | None
              ) -> Iterator[tuple[Tensor, ...]]:
+    nhwc = device.type == "cuda"
     if isinstance(data, TensorData):
         it = data.batches(batch_size, shuffle, generator)
+        if data.X.device == device and not nhwc:
+            return it  # already resident: nothing to do per batch
     else:
         it = data  # e.g. a DataLoader: it batches and shuffles itself
-    nhwc = device.type == "cuda"
+    return _to_device(it, device, nhwc)
+
+
+def _to_device(it: Iterable, device: torch.device, nhwc: bool
+               ) -> Iterator[tuple[Tensor, ...]]:
     for batch in it:
         if isinstance(batch, Tensor):
             batch = (batch,)
