@@ -16,7 +16,7 @@ Tensor = torch.Tensor
 
 def accuracy(logits: Tensor, y: Tensor) -> Tensor:
     """Fraction of rows whose largest logit is the label (0-d tensor)."""
-    return (logits.argmax(dim=1) == y).float().mean()
+    return (logits.argmax(dim=1) == y).mean(dtype=torch.float32)
 
 
 class RunningMean:
