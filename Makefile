@@ -10,6 +10,9 @@ export OMP_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 export DLCOURSE_THREADS ?= 1
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
+# nbval compares each figure's text repr: a non-inline backend (MPLBACKEND=Agg
+# in the caller's environment) would blank every figure of the book.
+unexport MPLBACKEND
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 CHAPTERS := $(wildcard book/[0-9][0-9]_*.md)

@@ -1,10 +1,12 @@
 """Shared fixtures: one CPU thread, a headless matplotlib, seeded RNGs."""
 
-import os
+import matplotlib
 
-os.environ.setdefault("MPLBACKEND", "Agg")  # before anything imports it
+# Headless for this process only: an MPLBACKEND variable would leak into the
+# nbval kernels that `make test` starts later and blank their figures.
+matplotlib.use("Agg")
 
-import pytest
+import pytest  # noqa: E402
 import torch
 
 from dlcourse.data import load_digits
