@@ -40,3 +40,7 @@ def test_book_builds_with_warnings_as_errors(tmp_path):
     chapter0 = (html / "book" / "00_getting_started.html").read_text()
     assert "classes in train:" in chapter0
     assert "solutions" not in {p.name for p in html.iterdir()}
+    # math is rendered by the book's own MathJax, also offline
+    assert (html / "_static" / "mathjax" / "tex-chtml.js").exists()
+    assert "_static/mathjax/tex-chtml.js" in chapter0
+    assert "cdn.jsdelivr.net/npm/mathjax" not in chapter0
