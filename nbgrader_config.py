@@ -22,4 +22,6 @@ c.IncludeHeaderFooter.header = "solutions/header.ipynb"
 # Explicit per-cell limit: the default (30 s) is too short for the
 # training exercises on a 2-core CPU.
 c.Execute.timeout = 120
-c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
+c.ClearSolutions.code_stub = {
+    "python": "# YOUR CODE HERE\nraise NotImplementedError()",
+}

@@ -95,7 +95,8 @@ def assert_close(
 
 
 def _close(a: torch.Tensor, e: torch.Tensor, rtol: float, atol: float) -> bool:
-    return bool(torch.isclose(a, e, rtol=rtol, atol=atol, equal_nan=True).all())
+    close = torch.isclose(a, e, rtol=rtol, atol=atol, equal_nan=True)
+    return bool(close.all())
 
 
 def _diagnose(
@@ -104,7 +105,8 @@ def _diagnose(
     """Name the simplest relation between a wrong and a right answer."""
     if e.abs().max() > 0 and _close(a, -e, rtol, atol):
         return "it has the wrong sign (every value is negated)"
-    if a.dim() == 2 and a.shape[0] == a.shape[1] and _close(a.T, e, rtol, atol):
+    square = a.dim() == 2 and a.shape[0] == a.shape[1]
+    if square and _close(a.T, e, rtol, atol):
         return "it is the transpose of the expected value"
     mask = e.abs() > atol
     if mask.any():

@@ -41,7 +41,8 @@ def md_to_notebook(path: Path, prefix: str = "cell") -> nbformat.NotebookNode:
     seen: set[str] = set()
     for i, cell in enumerate(nb.cells):
         grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
-        cell_id = _ID_OK.sub("-", grade_id) if grade_id else f"{prefix}-{i:02d}"
+        cell_id = (_ID_OK.sub("-", grade_id) if grade_id
+                   else f"{prefix}-{i:02d}")
         if cell_id in seen:
             raise ValueError(f"{path}: duplicate cell id {cell_id!r}")
         seen.add(cell_id)

@@ -1,4 +1,4 @@
-"""Score an exercise notebook with nbgrader's autograder, hidden tests included.
+"""Score an exercise notebook with nbgrader's autograder, hidden tests too.
 
     python -m dlcourse.grade exercises/00_getting_started/ex01_tensors.ipynb
 

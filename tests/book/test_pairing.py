@@ -29,7 +29,7 @@ def test_there_are_chapters():
 @pytest.mark.parametrize("md", CHAPTERS, ids=IDS)
 def test_notebook_matches_its_source(md):
     ipynb = md.with_suffix(".ipynb")
-    assert ipynb.exists(), f"run `make chapter NB={md.relative_to(BOOK.parent)}`"
+    assert ipynb.exists(), f"run `make chapter NB=book/{md.name}`"
     text = jupytext.read(md)
     run = nbformat.read(ipynb, as_version=4)
     assert "ipynb" in text.metadata.get("jupytext", {}).get("formats", ""), (
