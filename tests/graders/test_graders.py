@@ -11,15 +11,17 @@ import filecmp
 import shutil
 from pathlib import Path
 
+import nbformat
 import pytest
 import yaml
 
 from dlcourse.exercises import REPO, generate, md_to_notebook
-from dlcourse.grade import Course, fill, grade_parallel, solution_cells
+from dlcourse.grade import fill, grade_parallel, solution_cells
 
 SOLUTIONS = REPO / "solutions"
-EXERCISES = sorted(SOLUTIONS.glob("*/ex*.md"))
-IDS = [f"{p.parent.name}/{p.stem}" for p in EXERCISES]
+EXERCISES_DIR = REPO / "exercises"
+SOURCES = sorted(SOLUTIONS.glob("*/ex*.md"))
+IDS = [f"{p.parent.name}/{p.stem}" for p in SOURCES]
 
 
 def zoo_of(md: Path) -> list[dict]:
@@ -27,7 +29,7 @@ def zoo_of(md: Path) -> list[dict]:
     return yaml.safe_load(path.read_text()) if path.exists() else []
 
 
-ZOO = [(md, e) for md in EXERCISES for e in zoo_of(md)]
+ZOO = [(md, e) for md in SOURCES for e in zoo_of(md)]
 ZOO_IDS = [f"{md.parent.name}/{md.stem}::{e['name']}" for md, e in ZOO]
 
 
@@ -38,28 +40,30 @@ def graded():
 
     def get(md: Path) -> dict:
         if md not in cache:
-            course = Course(md)  # only to read the source and the release
-            course.close()
-            answers = solution_cells(course.source)
-            subs = {"reference": fill(course.release, answers),
-                    "blank": course.release}
+            # The committed release: the very file a student receives
+            # (test_exercises_equal_a_fresh_regeneration proves it fresh).
+            release = nbformat.read(
+                EXERCISES_DIR / md.parent.name / f"{md.stem}.ipynb",
+                as_version=4)
+            answers = solution_cells(md_to_notebook(md))
+            subs = {"reference": fill(release, answers), "blank": release}
             for e in zoo_of(md):
                 subs[e["name"]] = fill(
-                    course.release, {**answers, e["cell"]: e["source"]})
+                    release, {**answers, e["cell"]: e["source"]})
             cache[md] = grade_parallel(md, subs)
         return cache[md]
 
     return get
 
 
-@pytest.mark.parametrize("exercise", EXERCISES, ids=IDS)
+@pytest.mark.parametrize("exercise", SOURCES, ids=IDS)
 def test_reference_scores_full_marks(graded, exercise):
     result = graded(exercise)["reference"]
     assert result.max_score > 0, "no graded test cells"
     assert result.score == result.max_score, result.report()
 
 
-@pytest.mark.parametrize("exercise", EXERCISES, ids=IDS)
+@pytest.mark.parametrize("exercise", SOURCES, ids=IDS)
 def test_blank_release_scores_zero(graded, exercise):
     result = graded(exercise)["blank"]
     assert result.score == 0, result.report()
@@ -82,7 +86,7 @@ def test_bug_zoo_entry_loses_points_with_its_hint(graded, exercise, entry):
             + result.report())
 
 
-@pytest.mark.parametrize("exercise", EXERCISES, ids=IDS)
+@pytest.mark.parametrize("exercise", SOURCES, ids=IDS)
 def test_bug_zoo_is_well_formed(exercise):
     entries = zoo_of(exercise)
     functions = list(solution_cells(md_to_notebook(exercise)))
@@ -103,7 +107,7 @@ def test_exercises_equal_a_fresh_regeneration(tmp_path):
                     ignore=shutil.ignore_patterns("*.ipynb"))
     shutil.copy(REPO / "nbgrader_config.py", tmp_path)
     generate(root=tmp_path)
-    fresh, committed = tmp_path / "exercises", REPO / "exercises"
+    fresh, committed = tmp_path / "exercises", EXERCISES_DIR
     fresh_files = sorted(p.relative_to(fresh) for p in fresh.rglob("*")
                          if p.is_file())
     committed_files = sorted(p.relative_to(committed)
