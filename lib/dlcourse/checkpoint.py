@@ -91,7 +91,11 @@ def _read(path: str | Path) -> dict[str, Any]:
 def load_checkpoint(path: str | Path, model: nn.Module,
                     optimizer: Any = None, restore_rng: bool = True) -> int:
     """Restore model, optimizer(s) and RNG states; return the saved epoch."""
-    payload = _read(path)
+    return _restore(_read(path), path, model, optimizer, restore_rng)
+
+
+def _restore(payload: dict[str, Any], path: str | Path, model: nn.Module,
+             optimizer: Any, restore_rng: bool) -> int:
     model.load_state_dict(payload["model"])
     optimizers = _optimizers(optimizer)
     if optimizers and len(optimizers) != len(payload["optimizers"]):
@@ -124,9 +128,10 @@ class Checkpoint(Callback):
             return
         from .train import History
 
-        state.epoch = load_checkpoint(self.path, state.model,
-                                      state.optimizer)
-        extra = load_extra(self.path)
+        payload = _read(self.path)  # one read: the file may be large
+        state.epoch = _restore(payload, self.path, state.model,
+                               state.optimizer, restore_rng=True)
+        extra = payload["extra"]
         state.history = History(extra.get("history", []))
         if state.generator is not None and "generator" in extra:
             state.generator.set_state(extra["generator"])
