@@ -6,8 +6,9 @@ elements), so a student reads a hint instead of a bare traceback.
 """
 from __future__ import annotations
 
-import warnings
-from typing import Callable, Mapping
+import contextlib
+import importlib
+from typing import Callable, Iterator, Mapping
 
 import torch
 
@@ -18,12 +19,16 @@ __all__ = [
     "numerical_grad",
     "grad_check",
     "grad_check_report",
+    "GradError",
+    "forbid",
+    "AUTOGRAD",
+    "RuleBroken",
 ]
 
-# Silence warnings for the whole process: nbgrader scores a test cell 0 if it
-# writes anything to stderr, and a UserWarning from torch is not the
-# student's fault.
-warnings.filterwarnings("ignore")
+# Warnings stay visible here: importing this module changes no filter. The
+# grading kernels silence them instead (nbgrader scores a test cell 0 if it
+# writes to stderr): see ``Execute.extra_arguments`` in nbgrader_config.py
+# and ``dlcourse.grade``.
 
 
 def assert_tensor(
@@ -160,8 +165,16 @@ def numerical_grad(
 
     ``x`` is perturbed in place (and restored), so ``f`` must read it.
     """
+    return _numerical_grad(f, x, eps)[0]
+
+
+def _numerical_grad(
+    f: Callable[[], torch.Tensor], x: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, float]:
+    """The central differences and the largest |f| met on the way."""
     grad = torch.zeros_like(x, dtype=torch.float64)
     flat, gflat = x.view(-1), grad.view(-1)
+    f_max = 0.0
     with torch.no_grad():
         for i in range(flat.numel()):
             old = flat[i].item()
@@ -171,7 +184,48 @@ def numerical_grad(
             down = float(f())
             flat[i] = old
             gflat[i] = (up - down) / (2 * eps)
-    return grad
+            f_max = max(f_max, abs(up), abs(down))
+    return grad, f_max
+
+
+class GradError(float):
+    """A gradient check's relative error (a float) and its worst element.
+
+    ``index`` is the element where analytic and numerical gradients
+    disagree most, ``analytic`` and ``numerical`` their values there.
+    """
+
+    index: tuple[int, ...]
+    analytic: float
+    numerical: float
+
+    def __new__(cls, error: float, index: tuple[int, ...] = (),
+                analytic: float = 0.0, numerical: float = 0.0
+                ) -> "GradError":
+        self = super().__new__(cls, error)
+        self.index, self.analytic, self.numerical = index, analytic, numerical
+        return self
+
+
+# Denominators are floored at this many times the central difference's
+# round-off: round-off alone then scores about 1e-7, while an element that
+# is wrong by more than a few times the round-off still scores above 1e-6.
+_NOISE_FLOOR = 1e7
+# ... and at this fraction of the tensor's largest |a| + |n|: when f() sums
+# terms that cancel, its round-off follows the terms, not |f|.
+_SCALE_FLOOR = 1e-3
+_FLOAT64_EPS = torch.finfo(torch.float64).eps
+
+
+def _refuse_low_precision(key: str, p: torch.Tensor) -> None:
+    if p.dtype != torch.float64:
+        raise TypeError(
+            f"grad_check needs float64 tensors, but {key!r} is {p.dtype}: "
+            "in lower precision a central difference loses almost all its "
+            "digits and every check looks like a mismatch. Cast the "
+            "parameters and inputs with .double() (a copy), and compute the "
+            "analytic gradient from those copies."
+        )
 
 
 def grad_check(
@@ -179,29 +233,153 @@ def grad_check(
     params: Mapping[str, torch.Tensor],
     analytic: Mapping[str, torch.Tensor],
     eps: float = 1e-6,
-) -> dict[str, float]:
-    """Relative error, per parameter, of analytic vs numerical gradients.
+) -> dict[str, GradError]:
+    """Worst element-wise relative error of analytic vs numerical gradients.
 
-    Use float64 tensors: in float32 the differences drown in rounding.
+    For each element (as cs231n does) ``|a - n| / (|a| + |n|)``, and the
+    worst element counts. Elements too small to be told from round-off
+    are compared in absolute terms: the denominator is at least 1e7 times
+    the central difference's round-off (about ``2.2e-16 * max|f| / eps``)
+    and at least 1e-3 times the tensor's largest ``|a| + |n|``. Round-off
+    alone then scores about 1e-7 or less, while an element of the wrong
+    sign scores above 1e-6 unless it is below both a few times its
+    round-off and 5e-10 times the largest element. One value per
+    parameter, the worst element's, as a `GradError` (a float that also
+    knows that element's index and values).
+    The tensors in ``params`` and the value of ``f()`` must be float64.
     """
+    for key, p in params.items():
+        _refuse_low_precision(key, p)
+    value = f()
+    if isinstance(value, torch.Tensor):
+        _refuse_low_precision("f()", value)
     errors = {}
     for key, p in params.items():
-        num = numerical_grad(f, p, eps)
+        num, f_max = _numerical_grad(f, p, eps)
         ana = analytic[key].detach().to(torch.float64)
         if ana.shape != num.shape:
             raise AssertionError(
                 f"gradient for {key!r} has shape {tuple(ana.shape)}, "
                 f"expected {tuple(num.shape)}"
             )
-        denom = (ana.abs() + num.abs()).max().clamp_min(1e-12)
-        errors[key] = float((ana - num).abs().max() / denom)
+        ana = ana.to(num.device)
+        size = ana.abs() + num.abs()
+        floor = max(_NOISE_FLOOR * _FLOAT64_EPS * f_max / eps,
+                    _SCALE_FLOOR * float(size.max()) if size.numel() else 0.0,
+                    1e-300)
+        err = (ana - num).abs() / size.clamp_min(floor)
+        err = torch.where(torch.isnan(err), torch.inf, err)  # NaN: worst
+        if err.numel() == 0:
+            errors[key] = GradError(0.0)
+            continue
+        flat = int(err.reshape(-1).argmax())
+        index = tuple(int(i) for i in torch.unravel_index(
+            torch.tensor(flat), err.shape))
+        errors[key] = GradError(float(err.reshape(-1)[flat]), index,
+                                float(ana.reshape(-1)[flat]),
+                                float(num.reshape(-1)[flat]))
     return errors
 
 
 def grad_check_report(errors: Mapping[str, float], tol: float = 1e-6) -> str:
-    """One line per parameter: its relative error and whether it passes."""
+    """One line per parameter: a bound on its error and a verdict.
+
+    A passing parameter prints the bound ``< tol``, never its round-off
+    digits (they differ between machines); a failing one prints its error
+    and, for a `GradError`, the worst element with both gradients there.
+    """
     lines = []
     for key, err in errors.items():
-        verdict = "ok" if err < tol else "MISMATCH"
-        lines.append(f"{key:>12s}  rel. error {err:.1e}  {verdict}")
+        if err < tol:
+            lines.append(f"{key:>12s}  rel. error < {tol:.0e}  ok")
+            continue
+        line = f"{key:>12s}  rel. error {err:.2g}  MISMATCH"
+        if isinstance(err, GradError) and err.index is not None:
+            where = list(err.index)
+            line += (f" (worst at {where}: analytic {err.analytic:.4g}, "
+                     f"numerical {err.numerical:.4g})")
+        lines.append(line)
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------ stated rules
+class RuleBroken(AssertionError):
+    """Raised when an answer calls a function its exercise forbids."""
+
+
+#: The entry points of autograd, for ``forbid(*AUTOGRAD, rule=...)``.
+AUTOGRAD = ("torch.Tensor.backward", "torch.autograd.backward",
+            "torch.autograd.grad", "torch.func.grad",
+            "torch.func.grad_and_value", "torch.func.vjp", "torch.func.jvp",
+            "torch.func.jacrev", "torch.func.jacfwd", "torch.func.hessian",
+            "torch.autograd.functional.jacobian",
+            "torch.autograd.functional.hessian",
+            "torch.autograd.functional.vjp", "torch.autograd.functional.jvp")
+
+
+def _resolve_dotted(dotted: str) -> tuple[object, str]:
+    """('torch.nn.functional.softmax') -> (the module object, 'softmax')."""
+    parts = dotted.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        try:
+            owner = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for attr in parts[cut:-1]:
+            owner = getattr(owner, attr)
+        return owner, parts[-1]
+    raise ValueError(f"cannot resolve {dotted!r}")
+
+
+@contextlib.contextmanager
+def forbid(*names: str, rule: str, fn: Callable | None = None
+           ) -> Iterator[None]:
+    """Make each dotted callable raise ``RuleBroken`` inside the block.
+
+    ``names`` are dotted paths (``"torch.softmax"``,
+    ``"torch.Tensor.softmax"``, ``"torch.nn.functional.cross_entropy"``,
+    ``*AUTOGRAD``); ``rule`` is the exercise's rule in the student's words
+    and goes into the failure message. Pass the student's function as
+    ``fn`` to also catch an alias bound before the block
+    (``from torch.nn.functional import softmax as s``): any global name
+    that ``fn`` reads and that is one of the forbidden objects fails at
+    once. Run only the student's code inside the block, never the
+    reference.
+    """
+    saved: list[tuple[object, str, object, bool]] = []
+    originals: dict[int, str] = {}
+
+    def trap(dotted: str) -> Callable:
+        def raiser(*args, **kwargs):
+            raise RuleBroken(f"rule broken: {rule} (your code called "
+                             f"{dotted})")
+        return raiser
+
+    if fn is not None:
+        code_names = set(getattr(fn, "__code__", None).co_names
+                         if hasattr(fn, "__code__") else ())
+    try:
+        for dotted in names:
+            owner, attr = _resolve_dotted(dotted)
+            # On a class, remember whether the attribute was its own or
+            # inherited (torch.Tensor's methods live on TensorBase).
+            own = attr in vars(owner)
+            original = vars(owner)[attr] if own else None
+            originals[id(getattr(owner, attr))] = dotted
+            saved.append((owner, attr, original, own))
+            setattr(owner, attr, trap(dotted))
+        if fn is not None:
+            glb = getattr(fn, "__globals__", {})
+            for name in sorted(code_names):
+                obj = glb.get(name)
+                if obj is not None and id(obj) in originals:
+                    raise RuleBroken(
+                        f"rule broken: {rule} (your code uses {name}, "
+                        f"which is {originals[id(obj)]})")
+        yield
+    finally:
+        for owner, attr, original, own in reversed(saved):
+            if own:
+                setattr(owner, attr, original)
+            else:
+                delattr(owner, attr)

@@ -36,13 +36,20 @@ Tensor = torch.Tensor
 # ---------------------------------------------------------------- digits
 @dataclass
 class Split:
-    """A fixed train/test split of standardised features and raw images."""
+    """A fixed train/validation/test split of the digits.
+
+    Tune on ``val``; report ``test`` once, at the end. Features are
+    standardised with the training part's statistics only.
+    """
 
     X_train: Tensor  # (N, 64) standardised with train statistics
     y_train: Tensor  # (N,) int64 class labels
-    X_test: Tensor  # (M, 64)
+    X_val: Tensor  # (V, 64): for tuning and early stopping
+    y_val: Tensor  # (V,)
+    X_test: Tensor  # (M, 64): report once
     y_test: Tensor  # (M,)
     images_train: Tensor  # (N, 1, 8, 8) raw pixels scaled to [0, 1]
+    images_val: Tensor  # (V, 1, 8, 8)
     images_test: Tensor  # (M, 1, 8, 8)
 
 
@@ -78,13 +85,24 @@ def _digits_split() -> tuple[np.ndarray, ...]:
         test[idx[:round(0.2 * len(idx))]] = True
     order = rng.permutation(len(y))  # mix the classes within each part
     tr, te = order[~test[order]], order[test[order]]
-    return X[tr], X[te], y[tr], y[te]
+    # Validation: a stratified 20 % of the training part, its own seed, so
+    # the test set is the same 20 % it always was.
+    rng = np.random.RandomState(1)
+    val = np.zeros(len(tr), dtype=bool)
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y[tr] == c))
+        val[idx[:round(0.2 * len(idx))]] = True
+    tr, va = tr[~val], tr[val]
+    return X[tr], X[va], X[te], y[tr], y[va], y[te]
 
 
 def load_digits(device: torch.device | str = "cpu",
                 dtype: torch.dtype = torch.float32) -> Split:
-    """scikit-learn's 8x8 digits: stratified 80/20 split, standardised."""
-    Xtr, Xte, ytr, yte = _digits_split()
+    """scikit-learn's 8x8 digits, standardised, split stratified.
+
+    1,797 images: 1,151 train, 287 validation, 359 test (64/16/20 %).
+    """
+    Xtr, Xva, Xte, ytr, yva, yte = _digits_split()
     mean = Xtr.mean(axis=0)
     std = Xtr.std(axis=0)
     std[std == 0] = 1.0  # border pixels that are always 0 stay 0
@@ -94,8 +112,10 @@ def load_digits(device: torch.device | str = "cpu",
 
     return Split(
         X_train=_t((Xtr - mean) / std), y_train=_t(ytr, torch.int64),
+        X_val=_t((Xva - mean) / std), y_val=_t(yva, torch.int64),
         X_test=_t((Xte - mean) / std), y_test=_t(yte, torch.int64),
         images_train=_t(Xtr.reshape(-1, 1, 8, 8) / 16.0),  # pixels 0..16
+        images_val=_t(Xva.reshape(-1, 1, 8, 8) / 16.0),
         images_test=_t(Xte.reshape(-1, 1, 8, 8) / 16.0),
     )
 
@@ -164,13 +184,30 @@ def spirals(n: int, num_classes: int = 2, noise: float = 0.2,
 # -------------------------------------------------------------- batching
 def batches(X: Tensor, y: Tensor | None = None, batch_size: int = 64,
             shuffle: bool = True, generator: torch.Generator | None = None,
-            drop_last: bool = False) -> Iterator[tuple[Tensor, ...]]:
-    """Yield (X_b,) or (X_b, y_b) by index slicing on X's own device."""
+            drop_last: bool = False, shard: tuple[int, int] | None = None
+            ) -> Iterator[tuple[Tensor, ...]]:
+    """Yield (X_b,) or (X_b, y_b) by index slicing on X's own device.
+
+    ``shard=(rank, world)``: batch_size is per process; each global batch
+    of ``world * batch_size`` consecutive examples of the (shared)
+    permutation is split into world near-equal parts and this rank gets
+    part ``rank``. The ranks together see the batches of one process with
+    batch ``world * batch_size``, in the same order. A last batch smaller
+    than world is skipped (every rank needs an example).
+    """
     n = len(X)
     if shuffle:
         # The permutation is drawn on the CPU so a CPU generator (and the
         # global CPU RNG a checkpoint restores) decides the order.
-        order = torch.randperm(n, generator=generator).to(X.device)
+        order = torch.randperm(n, generator=generator)
+        if X.device.type == "cuda":  # page-locked: no host sync per epoch
+            order = order.pin_memory().to(X.device, non_blocking=True)
+        else:
+            order = order.to(X.device)
+    if shard is not None:
+        yield from _sharded(X, y, order if shuffle else None, batch_size,
+                            drop_last, *shard)
+        return
     stop = n - n % batch_size if drop_last else n
     for start in range(0, stop, batch_size):
         if shuffle:
@@ -179,6 +216,27 @@ def batches(X: Tensor, y: Tensor | None = None, batch_size: int = 64,
         else:
             sl = slice(start, start + batch_size)
             yield (X[sl],) if y is None else (X[sl], y[sl])
+
+
+def _sharded(X: Tensor, y: Tensor | None, order: Tensor | None,
+             batch_size: int, drop_last: bool, rank: int, world: int
+             ) -> Iterator[tuple[Tensor, ...]]:
+    from .distributed import set_batch, shard
+
+    n, size = len(X), batch_size * world  # size: one global batch
+    stop = n - n % size if drop_last else n
+    try:
+        for start in range(0, stop, size):
+            total = min(size, n - start)
+            if total < world:
+                break
+            lo, hi = shard(total, rank, world)
+            set_batch(total, lo, hi - lo)  # e.g. the GAN step's noise
+            lo, hi = start + lo, start + hi
+            idx = slice(lo, hi) if order is None else order[lo:hi]
+            yield (X[idx],) if y is None else (X[idx], y[idx])
+    finally:
+        set_batch(None)
 
 
 @dataclass
@@ -202,10 +260,11 @@ class TensorData:
 
     def batches(self, batch_size: int = 64, shuffle: bool = True,
                 generator: torch.Generator | None = None,
-                drop_last: bool = False) -> Iterator[tuple[Tensor, ...]]:
+                drop_last: bool = False, shard: tuple[int, int] | None = None
+                ) -> Iterator[tuple[Tensor, ...]]:
         """Iterate over batches (see `batches`), transform applied to X."""
         it = batches(self.X, self.y, batch_size, shuffle, generator,
-                     drop_last)
+                     drop_last, shard)
         if self.transform is None:
             yield from it
         else:

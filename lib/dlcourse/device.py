@@ -47,10 +47,20 @@ def set_threads(n: int | None = None) -> int:
 
 
 def setup(seed: int = 0) -> torch.device:
-    """Pin threads, seed everything and return the device: a chapter's top."""
+    """Pin threads, seed everything and return the device: a chapter's top.
+
+    Launched by torchrun, it also joins the process group (NCCL on CUDA,
+    gloo on a CPU) and returns this rank's device, ``cuda:LOCAL_RANK``;
+    every rank gets the same seed, so all start from the same weights and
+    shuffle the data the same way (see `dlcourse.distributed`).
+    """
     set_threads()
     seed_everything(seed)
     device = get_device()
+    from . import distributed
+
+    if distributed.launched():
+        device = distributed.init(device)
     if device.type == "cuda":
         # let cuDNN time its algorithms once per shape: fixed-size batches
         # then run faster (GPU numbers are not bit-reproducible anyway)

@@ -19,7 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import distributed
 from .metrics import frechet_distance_from_features, knn_precision_recall
+from .train import check_before_update
 
 __all__ = ["GAN", "update_discriminator", "update_generator", "gan_step",
            "sample_grid", "mixture_metrics", "DigitsJudge", "digits_judge",
@@ -41,16 +43,32 @@ class GAN(nn.Module):
 
     def sample_z(self, n: int, generator: torch.Generator | None = None
                  ) -> Tensor:
-        """n latent vectors on the model's device, shape (n, *z_shape)."""
+        """n latent vectors on the model's device, shape (n, *z_shape).
+
+        With a generator the noise is drawn where the generator lives (a
+        CPU generator gives the same z on every device) and then moved.
+        """
         device = next(self.parameters()).device
-        return torch.randn(n, *self.z_shape, device=device,
-                           generator=generator)
+        if generator is None:
+            return torch.randn(n, *self.z_shape, device=device)
+        z = torch.randn(n, *self.z_shape, device=generator.device,
+                        generator=generator)
+        return z.to(device)
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None
                ) -> Tensor:
-        """n generated samples, without gradients."""
-        return self.generator(self.sample_z(n, generator))
+        """n generated samples: G in eval mode, without gradients.
+
+        Eval mode: BatchNorm uses (and does not update) its running
+        statistics, and dropout is off; G's mode is restored after.
+        """
+        was_training = self.generator.training
+        self.generator.eval()
+        try:
+            return self.generator(self.sample_z(n, generator))
+        finally:
+            self.generator.train(was_training)
 
     def forward(self, z: Tensor) -> Tensor:
         """Generate samples from latent vectors z."""
@@ -60,6 +78,38 @@ class GAN(nn.Module):
         """Compile G and D in place (the step calls them, not forward)."""
         self.generator.compile(*args, **kwargs)
         self.discriminator.compile(*args, **kwargs)
+
+    def data_parallel(self, wrap: Callable[[nn.Module], nn.Module]
+                      ) -> _DataParallelGAN:
+        """What the step trains under torchrun: G and D each wrapped."""
+        return _DataParallelGAN(self, wrap)
+
+
+class _DataParallelGAN:
+    """A GAN whose G and D are each DistributedDataParallel (for `fit`).
+
+    The step calls G and D, never the GAN's forward, so each is wrapped
+    on its own. The noise of the whole global batch is drawn on every
+    rank, which keeps this rank's rows: the ranks use the z one process
+    would, and their random generators stay identical.
+    """
+
+    def __init__(self, gan: GAN, wrap: Callable[[nn.Module], nn.Module]
+                 ) -> None:
+        self.module = gan
+        self.generator = wrap(gan.generator)
+        self.discriminator = wrap(gan.discriminator)
+        self.z_shape = gan.z_shape
+
+    def sample_z(self, n: int, generator: torch.Generator | None = None
+                 ) -> Tensor:
+        """This rank's n rows of the global batch's latent vectors."""
+        total, offset = distributed.batch_slice(n)
+        return self.module.sample_z(total, generator)[offset:offset + n]
+
+    def parameters(self) -> Iterator[nn.Parameter]:
+        """The GAN's parameters (the same tensors DDP synchronises)."""
+        return self.module.parameters()
 
 
 def _logits(discriminator: nn.Module, x: Tensor) -> Tensor:
@@ -80,6 +130,7 @@ def update_discriminator(model: GAN, real: Tensor, fake: Tensor,
         logits_real, torch.ones_like(logits_real))
         + F.binary_cross_entropy_with_logits(
             logits_fake, torch.zeros_like(logits_fake)))
+    check_before_update("loss_d", loss_d)  # NaN never reaches D's weights
     opt_d.zero_grad(set_to_none=True)
     loss_d.backward()
     if clip_grad is not None:
@@ -92,13 +143,23 @@ def update_discriminator(model: GAN, real: Tensor, fake: Tensor,
 
 @contextlib.contextmanager
 def _frozen(module: nn.Module) -> Iterator[None]:
+    """No weight gradients and no BatchNorm statistics updates inside."""
     flags = [p.requires_grad for p in module.parameters()]
+    # In train mode a BatchNorm that does not track statistics normalises
+    # with the batch's own, exactly as before, but leaves its buffers alone.
+    norms = [m for m in module.modules()
+             if isinstance(m, nn.modules.batchnorm._BatchNorm)
+             and m.track_running_stats]
     module.requires_grad_(False)
+    for m in norms:
+        m.track_running_stats = False
     try:
         yield
     finally:
         for p, flag in zip(module.parameters(), flags):
             p.requires_grad_(flag)
+        for m in norms:
+            m.track_running_stats = True
 
 
 def update_generator(model: GAN, fake: Tensor,
@@ -106,16 +167,20 @@ def update_generator(model: GAN, fake: Tensor,
                      autocast: Callable = contextlib.nullcontext,
                      saturating: bool = False,
                      clip_grad: float | None = None) -> dict[str, Tensor]:
-    """(2) One step on G through D (D's weights are not updated here)."""
-    with autocast(), _frozen(model.discriminator):
+    """(2) One step on G through D (D's weights and buffers stay)."""
+    # Under torchrun D is a DDP wrapper: call the module inside, so DDP
+    # does not wait for gradients of D that a frozen D never produces.
+    discriminator = distributed.unwrap(model.discriminator)
+    with autocast(), _frozen(discriminator):
         # frozen: backward computes d loss / d fake through D, but skips
         # the gradients of D's weights that this step would throw away
-        logits = _logits(model.discriminator, fake)
+        logits = _logits(discriminator, fake)
     if saturating:  # minimax: minimise log(1 - D(G(z))); vanishes early
         loss_g = -F.softplus(logits).mean()
     else:  # non-saturating: minimise -log D(G(z))
         loss_g = F.binary_cross_entropy_with_logits(
             logits, torch.ones_like(logits))
+    check_before_update("loss_g", loss_g)  # NaN never reaches G's weights
     opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
     if clip_grad is not None:
@@ -140,6 +205,9 @@ def gan_step(model: GAN, batch: tuple[Tensor, ...], *,
     out_g = update_generator(model, fake, opt_g, autocast, saturating,
                              clip_grad)
     return {"loss_d": out_d.pop("loss_d"), **out_g, **out_d}
+
+
+gan_step.checks_before_update = True  # type: ignore[attr-defined]
 
 
 def sample_grid(images: Tensor, nrow: int = 8, padding: int = 1,
@@ -171,12 +239,15 @@ def mixture_metrics(samples: Tensor, means: Tensor,
     nearest_dist, nearest = dist.min(dim=1)
     good = nearest_dist <= 3 * std  # within 3 sigma of its nearest mode
     counts = torch.bincount(nearest[good], minlength=k)  # (K,)
+    covered = counts > 0
     return {
         # VEEGAN: a mode counts if any sample lands within 3 sigma
-        "modes_lenient": int((counts > 0).sum()),
-        # strict: it must hold at least 1/(4K) of all samples
-        "modes_strict": int((counts >= len(samples) / (4 * k)).sum()),
-        "high_quality": float(good.float().mean()),
+        "modes_lenient": int(covered.sum()),
+        # strict: it must hold at least 1/(4K) of all samples (and one)
+        "modes_strict": int((covered & (counts >= len(samples) / (4 * k)))
+                            .sum()),
+        # no samples: none of them is of high quality
+        "high_quality": float(good.float().mean()) if len(good) else 0.0,
         "num_modes": k,
     }
 

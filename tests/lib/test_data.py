@@ -16,22 +16,25 @@ from lib_helpers import gpu
 
 # ---------------------------------------------------------------- digits
 def test_digits_shapes_and_types(digits):
-    assert digits.X_train.shape == (1438, 64)
+    assert digits.X_train.shape == (1151, 64)
+    assert digits.X_val.shape == (287, 64)
     assert digits.X_test.shape == (359, 64)
-    assert digits.y_train.dtype == torch.int64
+    assert digits.y_train.dtype == digits.y_val.dtype == torch.int64
     assert digits.X_train.dtype == torch.float32
-    assert digits.images_train.shape == (1438, 1, 8, 8)
+    assert digits.images_train.shape == (1151, 1, 8, 8)
+    assert digits.images_val.shape == (287, 1, 8, 8)
     assert digits.images_test.shape == (359, 1, 8, 8)
 
 
 def test_digits_are_sklearns_digits(digits):
     ref = sk_load_digits()
-    images = torch.cat([digits.images_train, digits.images_test]) * 16
+    images = torch.cat([digits.images_train, digits.images_val,
+                        digits.images_test]) * 16
     ours = sorted(map(tuple, images.reshape(-1, 64).round().long()
                       .tolist()))
     theirs = sorted(map(tuple, ref.data.astype(np.int64).tolist()))
     assert ours == theirs
-    labels = torch.cat([digits.y_train, digits.y_test])
+    labels = torch.cat([digits.y_train, digits.y_val, digits.y_test])
     assert torch.equal(labels.bincount(),
                        torch.as_tensor(np.bincount(ref.target)))
 
@@ -40,16 +43,31 @@ def test_labels_follow_their_images(digits):
     ref = sk_load_digits()
     lookup = {tuple(row): label for row, label in
               zip(ref.data.astype(np.int64).tolist(), ref.target)}
-    rows = (digits.images_test.reshape(-1, 64) * 16).round().long()
-    for row, label in zip(rows.tolist(), digits.y_test.tolist()):
-        assert lookup[tuple(row)] == label
+    for images, y in [(digits.images_val, digits.y_val),
+                      (digits.images_test, digits.y_test)]:
+        rows = (images.reshape(-1, 64) * 16).round().long()
+        for row, label in zip(rows.tolist(), y.tolist()):
+            assert lookup[tuple(row)] == label
 
 
-def test_split_is_stratified_80_20(digits):
+def test_split_is_stratified_64_16_20(digits):
     train = digits.y_train.bincount().double()
+    val = digits.y_val.bincount().double()
     test = digits.y_test.bincount().double()
-    share = test / (train + test)  # (10,)
-    assert ((share - 0.2).abs() < 0.01).all(), share
+    total = train + val + test  # (10,)
+    assert ((test / total - 0.2).abs() < 0.01).all(), test / total
+    assert ((val / total - 0.16).abs() < 0.01).all(), val / total
+
+
+def test_val_and_test_are_disjoint_from_train(digits):
+    def rows(images):
+        return {tuple(r) for r in (images.reshape(-1, 64) * 16)
+                .round().long().tolist()}
+    train, val = rows(digits.images_train), rows(digits.images_val)
+    test = rows(digits.images_test)
+    # the digits hold a few exact duplicate images; allow those only
+    assert len(train & val) <= 3 and len(train & test) <= 3
+    assert len(val & test) <= 3
 
 
 def test_standardised_with_train_statistics(digits):
@@ -73,8 +91,8 @@ def test_digits_images_in_unit_range(digits):
 def test_digits_is_deterministic_and_dtype():
     a, b = data.load_digits(), data.load_digits(dtype=torch.float64)
     assert b.X_train.dtype == torch.float64
-    torch.testing.assert_close(a.X_train.double(), b.X_train, atol=1e-6,
-                               rtol=0)
+    torch.testing.assert_close(a.X_train.double(), b.X_train, atol=1e-5,
+                               rtol=1e-6)
 
 
 def test_digits_without_the_shipped_csv(monkeypatch, digits):
@@ -140,10 +158,17 @@ def test_spirals(num_classes):
     assert X.shape == (300, 2)
     assert y.bincount().tolist() == [300 // num_classes] * num_classes
     assert X.norm(dim=1).max() <= 1.0
-    # without noise, each arm's angle grows with its radius
+    # without noise, each arm's angle grows with its radius: the point at
+    # radius r of arm c lies at angle 2 pi c / C + 4 r (X = r (sin, cos))
     for c in range(num_classes):
-        r = X[y == c].norm(dim=1)
+        arm = X[y == c]
+        r = arm.norm(dim=1)
         assert r.std() > 0.2
+        angle = torch.atan2(arm[:, 0], arm[:, 1])
+        expected = 2 * math.pi * c / num_classes + 4.0 * r
+        # compare on the circle: the difference is a multiple of 2 pi
+        off = torch.remainder(angle - expected + math.pi, 2 * math.pi)
+        assert (off - math.pi).abs().max() < 1e-4
 
 
 # -------------------------------------------------------------- batching

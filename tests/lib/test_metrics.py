@@ -26,6 +26,30 @@ def test_running_mean_weights_by_batch_size():
     assert metrics.RunningMean().compute() == {}
 
 
+@pytest.mark.parametrize("on_host", [False, True])
+def test_running_mean_of_a_value_logged_on_some_steps(on_host):
+    meter = metrics.RunningMean(on_host=on_host)
+    meter.update({"loss": torch.tensor(1.0), "extra": torch.tensor(10.0)},
+                 4)
+    meter.update({"loss": torch.tensor(2.0)}, 4)  # no "extra" this step
+    meter.update({"loss": torch.tensor(4.0), "extra": torch.tensor(20.0)},
+                 2)
+    got = meter.compute()
+    assert got["loss"] == pytest.approx((4 + 8 + 8) / 10)
+    assert got["extra"] == pytest.approx((40 + 40) / 6)  # its own steps
+
+
+def test_running_mean_on_host_equals_on_device():
+    x = torch.randn(103)
+    host, dev = metrics.RunningMean(on_host=True), metrics.RunningMean()
+    for chunk in x.split(25):
+        for meter in (host, dev):
+            returned = meter.update({"m": chunk.mean()}, len(chunk))
+        assert returned is None
+    assert host.compute() == pytest.approx(dev.compute(), rel=1e-6)
+    assert host.update({"m": torch.tensor(2.0)}) == {"m": 2.0}
+
+
 def test_running_mean_matches_cross_entropy_of_all_data():
     logits, y = torch.randn(70, 5), torch.randint(0, 5, (70,))
     meter = metrics.RunningMean()
