@@ -1,5 +1,7 @@
 # The two commands: `make book` builds the HTML book into _build/html,
 # `make test` runs every test. Both create .venv and install what they need.
+# Students: `make lab` opens the exercises in their own workspace, work/
+# (git-ignored; no other target reads or writes it), `make grade` scores it.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -17,7 +19,8 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 CHAPTERS := $(wildcard book/[0-9][0-9]_*.md)
 
-.PHONY: book test exercises chapters chapter bench venv clean
+.PHONY: book test exercises chapters chapter bench venv clean \
+    lab grade progress
 
 book: $(STAMP)
 	rm -rf _build/html
@@ -29,6 +32,19 @@ test: $(STAMP)
 
 exercises: $(STAMP)
 	$(BIN)/python -m dlcourse.exercises
+
+# The student's side: copy new exercises into work/ (never overwriting a
+# copy; a course fix is offered beside it), then JupyterLab there.
+lab: $(STAMP)
+	$(BIN)/python -m dlcourse.workspace --lab
+
+# Score the workspace (or NB=work/NN_slug[/exMM_name.ipynb]) with the
+# autograder, hidden tests included; `make progress` lists the scores.
+grade: $(STAMP)
+	@$(BIN)/python -m dlcourse.grade $(NB) || true  # lost points: no error
+
+progress: $(STAMP)
+	$(BIN)/python -m dlcourse.progress
 
 # Execute chapter sources into their paired notebooks (outputs committed).
 chapters: $(STAMP)

@@ -22,6 +22,15 @@ c.IncludeHeaderFooter.header = "solutions/header.ipynb"
 # Explicit per-cell limit: the default (30 s) is too short for the
 # training exercises on a 2-core CPU.
 c.Execute.timeout = 120
+# The autograder's safety settings (dlcourse.grade.configure): grading
+# kernels ignore warnings (nbgrader scores a test cell 0 if it writes to
+# stderr, and a warning from PyTorch or NumPy during a correct answer is not
+# the student's fault; chapters and scripts still warn), get a memory limit
+# and a fence around the course folder; deleted test cells are restored;
+# feedback hides the hidden tests. See book/instructors.md.
+from dlcourse.grade import configure  # noqa: E402
+
+configure(c)
 c.ClearSolutions.code_stub = {
     "python": "# YOUR CODE HERE\nraise NotImplementedError()",
 }
