@@ -1,9 +1,6 @@
 """The book builds offline with Jupyter Book 1, warnings as errors."""
 from __future__ import annotations
 
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import yaml
@@ -25,15 +22,9 @@ def test_every_chapter_is_in_the_toc():
     assert chapters <= listed, f"not in _toc.yml: {sorted(chapters - listed)}"
 
 
-def test_book_builds_with_warnings_as_errors(tmp_path):
-    jb = shutil.which("jupyter-book") or str(
-        Path(sys.executable).parent / "jupyter-book")
-    proc = subprocess.run(
-        [jb, "build", str(REPO), "--path-output", str(tmp_path), "--all",
-         "-W", "-n", "--keep-going"],
-        capture_output=True, text=True, cwd=REPO)
+def test_book_builds_with_warnings_as_errors(built_book):
+    proc, html = built_book  # tests/conftest.py: built once per session
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    html = tmp_path / "_build" / "html"
     for page in toc_files():
         assert (html / f"{page}.html").exists(), f"missing page {page}"
     # the committed outputs are what the reader sees
