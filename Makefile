@@ -12,6 +12,17 @@ export OMP_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 export DLCOURSE_THREADS ?= 1
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
+# The book's stored outputs come from training runs, whose round-off digits
+# depend on which vector instructions the CPU offers, and a training run
+# amplifies them (another CPU printed 228 dead units where ours printed
+# 217). Every target computes with the same instructions on any x86-64 CPU
+# since 2013, Intel or AMD: torch's own kernels at AVX2, MKL in its
+# conditional-numerical-reproducibility branch for Intel and non-Intel CPUs
+# alike (COMPATIBLE; its small matrix products cost about 1.7x), oneDNN
+# (convolutions) at most AVX2.
+export ATEN_CPU_CAPABILITY ?= avx2
+export MKL_CBWR ?= COMPATIBLE
+export ONEDNN_MAX_CPU_ISA ?= AVX2
 # nbval compares each figure's text repr: a non-inline backend (MPLBACKEND=Agg
 # in the caller's environment) would blank every figure of the book.
 unexport MPLBACKEND

@@ -25,8 +25,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
-from torch import nn
+# The Makefile's pinned numerics (CONTRIBUTING.md), set before torch is
+# imported: seed 0 reproduces the chapter's live run only under them.
+PINNED_NUMERICS = {"ATEN_CPU_CAPABILITY": "avx2",
+                   "MKL_CBWR": "COMPATIBLE",
+                   "ONEDNN_MAX_CPU_ISA": "AVX2"}
+for _var, _value in PINNED_NUMERICS.items():
+    os.environ.setdefault(_var, _value)
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 try:

@@ -12,6 +12,13 @@ import pytest
 for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "DLCOURSE_THREADS"):
     os.environ.setdefault(var, "1")
 os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+# The same numerics on any x86-64 CPU (see the Makefile): set before torch
+# is imported, in this process and in every kernel it starts.
+PINNED_NUMERICS = {"ATEN_CPU_CAPABILITY": "avx2",
+                   "MKL_CBWR": "COMPATIBLE",
+                   "ONEDNN_MAX_CPU_ISA": "AVX2"}
+for var, value in PINNED_NUMERICS.items():
+    os.environ.setdefault(var, value)
 
 
 @pytest.fixture(scope="session")

@@ -38,7 +38,10 @@ from course_pages import (  # noqa: E402
     BOOK, REPO, STATUS_JSON, chapter_slugs, load_status)
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-       "DLCOURSE_THREADS": "1", "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
+       "DLCOURSE_THREADS": "1", "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+       # the pinned numerics of the Makefile and tests/conftest.py
+       "ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE",
+       "ONEDNN_MAX_CPU_ISA": "AVX2"}
 ENV.pop("MPLBACKEND", None)
 
 

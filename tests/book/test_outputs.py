@@ -86,3 +86,43 @@ def test_no_output_depends_on_round_off(ipynb):
         f"which differ between CPUs: {bad}. Print a bound or a verdict "
         "instead (f\"max |ours - torch| < 1e-12: {gap < 1e-12}\"), see "
         "CONTRIBUTING.md")
+
+
+# --- The numerics the stored outputs were computed with -------------------
+# A training run amplifies round-off: on another CPU a chapter printed 228
+# dead units where ours printed 217. The Makefile pins the instruction set
+# torch, MKL and oneDNN use (AVX2; MKL's reproducible branch); the
+# chapters' outputs are made and checked under that pin.
+REPO = BOOK.parent
+
+
+def test_the_pin_is_the_same_in_makefile_conftest_and_status_script():
+    from conftest import PINNED_NUMERICS
+
+    makefile = (REPO / "Makefile").read_text()
+    status = (BOOK / "_ext" / "measure_status.py").read_text()
+    # the benchmarks whose seed 0 a chapter runs live
+    scripts = [(REPO / "benchmarks" / f"{name}.py").read_text()
+               for name in ("pretraining", "gan_ring")]
+    for var, value in PINNED_NUMERICS.items():
+        assert f"export {var} ?= {value}\n" in makefile, var
+        for text in (status, *scripts):
+            assert f'"{var}": "{value}"' in text, var
+
+
+def test_torch_computes_with_the_pinned_instruction_set():
+    import subprocess
+    import sys
+
+    from conftest import PINNED_NUMERICS
+
+    cpu_flags = Path("/proc/cpuinfo").read_text() if Path(
+        "/proc/cpuinfo").exists() else ""
+    if " avx2" not in cpu_flags:
+        pytest.skip("not an x86-64 CPU with AVX2: the pin does not apply")
+    env = {**__import__("os").environ, **PINNED_NUMERICS}
+    got = subprocess.run(
+        [sys.executable, "-c", "import torch; "
+         "print(torch.backends.cpu.get_cpu_capability())"],
+        env=env, capture_output=True, text=True, check=True).stdout.strip()
+    assert got == "AVX2", got
