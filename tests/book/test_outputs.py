@@ -96,9 +96,20 @@ def test_no_output_depends_on_round_off(ipynb):
 REPO = BOOK.parent
 
 
-def test_the_pin_is_the_same_in_makefile_conftest_and_status_script():
-    from conftest import PINNED_NUMERICS
+def _pinned_numerics() -> dict[str, str]:
+    """tests/conftest.py's PINNED_NUMERICS, loaded by path: the name
+    ``conftest`` may be another folder's conftest in a whole-suite run."""
+    import importlib.util
 
+    spec = importlib.util.spec_from_file_location(
+        "_tests_root_conftest", REPO / "tests" / "conftest.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.PINNED_NUMERICS
+
+
+def test_the_pin_is_the_same_in_makefile_conftest_and_status_script():
+    PINNED_NUMERICS = _pinned_numerics()
     makefile = (REPO / "Makefile").read_text()
     status = (BOOK / "_ext" / "measure_status.py").read_text()
     # the benchmarks whose seed 0 a chapter runs live
@@ -114,8 +125,7 @@ def test_torch_computes_with_the_pinned_instruction_set():
     import subprocess
     import sys
 
-    from conftest import PINNED_NUMERICS
-
+    PINNED_NUMERICS = _pinned_numerics()
     cpu_flags = Path("/proc/cpuinfo").read_text() if Path(
         "/proc/cpuinfo").exists() else ""
     if " avx2" not in cpu_flags:
