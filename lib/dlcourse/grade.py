@@ -28,6 +28,7 @@ if __name__ == "__main__":  # see dlcourse.exercises._NBGRADER
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -341,21 +342,37 @@ def _why_not(log: str) -> str:
 def _messages(graded: nbformat.NotebookNode, timeout: int
               ) -> tuple[dict[str, str], list[str]]:
     """Failure text per grade id, and notes on cells that timed out."""
-    messages, notes, timed_out = {}, [], None
+    messages, notes, timed_out, broken = {}, [], None, None
     for i, cell in enumerate(graded.cells):
         if cell.cell_type != "code":
             continue
         name = _grade_id(cell) or f"cell {i + 1}"
         text = _failure_text(cell, timeout)
+        is_answer = cell.metadata.get("nbgrader", {}).get("solution")
         if "timed out" in text:
             notes.append(f"{name} ran longer than the {timeout} s limit and "
                          "was stopped: look for a loop that never ends (or "
                          "make it faster); the cells after it ran without "
                          "it.")
             timed_out = timed_out or name
+        elif is_answer and (error := next(
+                (o for o in cell.get("outputs", [])
+                 if o.output_type == "error"
+                 and o.ename != "NotImplementedError"), None)):
+            # a SyntaxError (or any error) in an answer cell: the tests
+            # after it fail with NameError, which alone points nowhere
+            where = re.sub(r"\(\d+\.py, (line \d+)\)", r"(\1)",
+                           str(error.evalue))  # the kernel's temp file
+            notes.append(f"your answer cell {name} raised {error.ename}: "
+                         f"{where}; it defined nothing, so the tests "
+                         "that use it failed too. Fix that cell first.")
+            broken = broken or (name, error.ename)
         elif timed_out and "NameError" in text:
             text += (f"\n(probably because {timed_out} timed out before it "
                      "defined this name)")
+        elif broken and "NameError" in text:
+            text += (f"\n(because your answer cell {broken[0]} raised "
+                     f"{broken[1]})")
         if _grade_id(cell):
             messages[name] = text
     return messages, notes

@@ -285,3 +285,39 @@ def test_the_memory_limit_and_its_message():
                "allocate 80000000000 bytes.")]
     assert "out of memory: a grading kernel may use" in (
         grade._failure_text(cell))
+
+
+def test_an_error_in_an_answer_cell_is_named_where_the_tests_fail():
+    """A SyntaxError in an answer cell makes its tests fail with NameError;
+    the message must point at the answer cell, not leave the student with
+    'one_hot is not defined'."""
+    def cell(grade_id, solution, error=None):
+        c = nbformat.v4.new_code_cell("")
+        c.metadata["nbgrader"] = {"grade_id": grade_id,
+                                  "solution": solution,
+                                  "grade": not solution}
+        if error:
+            c.outputs = [nbformat.v4.new_output(
+                "error", ename=error[0], evalue=error[1], traceback=[])]
+        return c
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        cell("one_hot", True,
+             ("SyntaxError", "expected ':' (3029417071.py, line 1)")),
+        cell("test_one_hot", False,
+             ("NameError", "name 'one_hot' is not defined")),
+        cell("standardize", True),
+        cell("test_standardize", False),
+    ]
+    messages, notes = grade._messages(nb, timeout=60)
+    assert "because your answer cell one_hot raised SyntaxError" in (
+        messages["test_one_hot"])
+    assert messages["test_standardize"] == ""
+    assert any("one_hot raised SyntaxError: expected ':' (line 1)" in n
+               for n in notes), notes
+    # an unanswered cell is not an error of the student's
+    nb.cells[0].outputs[0].ename = "NotImplementedError"
+    nb.cells[0].outputs[0].evalue = ""
+    messages, notes = grade._messages(nb, timeout=60)
+    assert notes == [] and "because" not in messages["test_one_hot"]
