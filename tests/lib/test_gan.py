@@ -8,7 +8,7 @@ from torch import nn
 from dlcourse import gan
 from dlcourse.data import ring_means, ring_of_gaussians
 from dlcourse.train import NonFiniteLossError, fit
-from lib_helpers import gpu
+from lib_helpers import gpu, record_dtypes_and_layouts
 
 
 def _toy_gan(z_dim=2, batchnorm=False):
@@ -287,14 +287,7 @@ def test_dcgan_step_on_cuda_in_bf16():
     d = nn.Sequential(nn.Conv2d(3, 16, 4, 2, 1), nn.BatchNorm2d(16),
                       nn.LeakyReLU(0.2), nn.Conv2d(16, 1, 4, 1, 0))
     model = gan.GAN(g, d, (8, 1, 1))
-    dtypes, layouts = [], []
-
-    def record(module, inputs, output):  # returns None: output unchanged
-        dtypes.append(output.dtype)
-        layouts.append(
-            inputs[0].is_contiguous(memory_format=torch.channels_last))
-
-    d[0].register_forward_hook(record)
+    dtypes, layouts = record_dtypes_and_layouts(d[0])
     opts = (torch.optim.Adam(d.parameters(), 2e-4),
             torch.optim.Adam(g.parameters(), 2e-4))
     X = torch.rand(256, 3, 8, 8) * 2 - 1

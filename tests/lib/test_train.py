@@ -10,7 +10,7 @@ from dlcourse.callbacks import Callback
 from dlcourse.data import TensorData, moons
 from dlcourse.gan import GAN
 from dlcourse.metrics import RunningMean
-from lib_helpers import gpu, mlp
+from lib_helpers import gpu, mlp, record_dtypes_and_layouts
 
 
 def _sgd(model, lr=0.1):
@@ -407,14 +407,7 @@ def test_transform_applies_per_batch():
 def test_fit_on_cuda_is_resident_bf16_and_channels_last():
     conv = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
                          nn.Flatten(), nn.Linear(8 * 8 * 8, 10))
-    dtypes, formats = [], []
-
-    def record(module, inputs, output):  # returns None: output unchanged
-        dtypes.append(output.dtype)
-        formats.append(
-            inputs[0].is_contiguous(memory_format=torch.channels_last))
-
-    conv[0].register_forward_hook(record)
+    dtypes, formats = record_dtypes_and_layouts(conv[0])
     X, y = torch.randn(256, 3, 8, 8), torch.randint(0, 10, (256,))
     hist = train.fit(conv, (X, y), loss_fn=nn.CrossEntropyLoss(),
                      optimizer=torch.optim.Adam(conv.parameters(), 1e-3),
