@@ -79,6 +79,8 @@ class Pack(nn.Module):
         self.body, self.m = body, m
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if len(x) % self.m:  # reshape would silently split a sample
+            raise ValueError(f"a batch of {len(x)} is not packs of {self.m}")
         return self.body(x.reshape(len(x) // self.m, -1))
 
 

@@ -47,6 +47,8 @@ def test_pack_gives_one_verdict_per_pair_of_consecutive_samples():
     out = pack(x)
     assert seen[0].tolist() == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
     assert out.shape == (3, 1)
+    with pytest.raises(ValueError, match="packs of 2"):
+        pack(x[:5])  # 5 samples cannot form pairs
 
 
 def test_minibatch_std_sees_the_spread_of_the_batch():
